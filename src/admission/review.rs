@@ -117,6 +117,21 @@ pub fn respond(
     }
 }
 
+/// The AdmissionReview JSON to send back. kube-core serialises `patch` as an array
+/// of numbers; the documented wire form (Go's `[]byte`) is a base64 string.
+pub fn to_wire(response: AdmissionResponse) -> Result<Value, serde_json::Error> {
+    use base64::Engine as _;
+    let patch = response
+        .patch
+        .as_ref()
+        .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes));
+    let mut review = serde_json::to_value(response.into_review())?;
+    if let (Some(patch), Some(r)) = (patch, review.get_mut("response")) {
+        r["patch"] = Value::String(patch);
+    }
+    Ok(review)
+}
+
 fn with_warnings(mut response: AdmissionResponse, warnings: &[Problem]) -> AdmissionResponse {
     if !warnings.is_empty() {
         response.warnings = Some(warnings.iter().map(ToString::to_string).collect());

@@ -156,5 +156,11 @@ fn handle(
             "admission review"
         );
     }
-    Json(response.into_review()).into_response()
+    match review::to_wire(response) {
+        Ok(json) => Json(json).into_response(),
+        Err(e) => plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the AdmissionReview response: {e}"),
+        ),
+    }
 }
