@@ -214,6 +214,17 @@ fn run_serve(args: ServeArgs) -> ExitCode {
     if args.max_body_bytes == 0 {
         return fail(2, "invalid --max-body-bytes 0: must be at least 1");
     }
+    for (flag, value) in [
+        ("--tls-reload-interval", args.tls_reload_interval),
+        ("--request-timeout", args.request_timeout),
+    ] {
+        if value < Duration::from_millis(10) {
+            return fail(
+                2,
+                format!("invalid {flag} {value:?}: must be at least 10ms"),
+            );
+        }
+    }
     if !args.admission_only {
         tracing::info!(
             "the notification controller is not part of this build yet; serving admission only"

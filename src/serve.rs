@@ -131,6 +131,7 @@ impl BoundServer {
             .keep_alive(true);
         let mut admission_task = tokio::spawn(server.serve(app.into_make_service()));
 
+        let ops_addr = ops.local_addr().ok();
         let ops_app = ops_router(health.clone(), metrics.clone());
         let mut ops_stop = stop_rx.clone();
         let ops_task = tokio::spawn(async move {
@@ -145,7 +146,9 @@ impl BoundServer {
             health.listening.store(true, Ordering::SeqCst);
             tracing::info!(%addr, "admission server listening (HTTPS)");
         }
-        tracing::info!(addr = %settings.metrics_addr, "ops server listening (HTTP: /healthz /readyz /metrics)");
+        if let Some(addr) = ops_addr {
+            tracing::info!(%addr, "ops server listening (HTTP: /healthz /readyz /metrics)");
+        }
 
         let early_exit = tokio::select! {
             _ = shutdown => None,

@@ -53,7 +53,18 @@ pub struct RunningServer {
 
 impl RunningServer {
     pub async fn start(settings: ServeSettings) -> RunningServer {
+        let server = Self::start_unready(settings).await;
+        server.wait_ready().await;
+        server
+    }
+
+    /// Starts without waiting for readiness (e.g. before any certificate exists).
+    pub async fn start_unready(settings: ServeSettings) -> RunningServer {
         canary_notifier::tls::install_crypto_provider();
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("info")
+            .try_init();
         let bound = BoundServer::bind(settings).await.unwrap();
         let admission = bound.admission_addr().unwrap();
         let ops = bound.ops_addr().unwrap();
@@ -61,14 +72,12 @@ impl RunningServer {
         let task = tokio::spawn(bound.run(async move {
             let _ = rx.await;
         }));
-        let server = RunningServer {
+        RunningServer {
             admission,
             ops,
             stop: Some(tx),
             task: Some(task),
-        };
-        server.wait_ready().await;
-        server
+        }
     }
 
     pub async fn readyz(&self) -> u16 {
@@ -85,7 +94,11 @@ impl RunningServer {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("server never became ready");
+        let body = match reqwest::get(format!("http://{}/readyz", self.ops)).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => e.to_string(),
+        };
+        panic!("server never became ready: {body}");
     }
 
     pub async fn stop(mut self) {
