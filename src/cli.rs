@@ -5,6 +5,13 @@ use crate::certs::CertRequest;
 use crate::check;
 use crate::destination_policy::DestinationPolicy;
 use crate::logging::{self, LogFormat};
+use crate::metrics::Metrics;
+use crate::notify::dispatcher::Dispatcher;
+use crate::notify::event::{AlertFields, CanaryEvent, EventType, Severity, now_ms};
+use crate::notify::event_webhook::{DEFAULT_TIMEOUT, EventHook};
+use crate::notify::routing;
+use crate::notify::sender::Sender;
+use crate::notify::settings::{NotifyArgs, NotifySettings};
 use crate::serve::{self, BoundServer, ServeSettings};
 use crate::tls::CertificateFiles;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -13,7 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(
     name = "canary-notifier",
     version,
@@ -41,7 +48,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 pub enum Command {
     /// Serve the admission webhooks over HTTPS and /healthz, /readyz, /metrics over HTTP.
     Serve(ServeArgs),
@@ -49,6 +56,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Write a CA and a serving certificate for the admission Service.
     Certs(CertsArgs),
+    /// Send one event through every configured channel and report each delivery.
+    Notify(Box<NotifyCommandArgs>),
 }
 
 /// Where event webhooks may point: shared by admission and (later) the sender.
@@ -101,7 +110,7 @@ impl PolicyArgs {
     }
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct ServeArgs {
     /// HTTPS address for /mutate and /validate.
     #[arg(
@@ -189,6 +198,38 @@ pub struct CertsArgs {
     pub days: u32,
 }
 
+#[derive(Args)]
+pub struct NotifyCommandArgs {
+    /// Canary name.
+    #[arg(long)]
+    pub name: String,
+    /// Canary namespace.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// Canary phase reported to event webhooks.
+    #[arg(long, default_value = "Progressing")]
+    pub phase: String,
+    /// The message: chat text and the event's `eventMessage`.
+    #[arg(long)]
+    pub message: String,
+    /// Event type; defaults to Normal for info, Warning otherwise.
+    #[arg(long = "type", value_enum)]
+    pub event_type: Option<EventType>,
+    /// Chat severity: error is shown in red.
+    #[arg(long, value_enum, default_value = "info")]
+    pub severity: Severity,
+    /// Checksum reported to event webhooks.
+    #[arg(long, default_value = "")]
+    pub checksum: String,
+    /// Event webhook to call instead of --event-webhook (repeatable), like a canary's `type: event` hooks.
+    #[arg(long = "event-url", value_name = "URL")]
+    pub event_urls: Vec<String>,
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
 /// Exit codes: 0 success; 1 a check denied something or serving failed; 2 bad
 /// input or settings.
 pub fn main() -> ExitCode {
@@ -198,6 +239,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => run_serve(args),
         Command::Check(args) => run_check(args),
         Command::Certs(args) => run_certs(args),
+        Command::Notify(args) => run_notify(*args),
     }
 }
 
@@ -296,4 +338,99 @@ fn run_certs(args: CertsArgs) -> ExitCode {
         }
         Err(e) => fail(2, e),
     }
+}
+
+fn parse_event_url(raw: &str) -> Result<EventHook, String> {
+    let url = url::Url::parse(raw.trim())
+        .map_err(|e| format!("--event-url: not a valid absolute URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("--event-url: use an http or https URL with a host".into());
+    }
+    let mut hook = EventHook::global(url);
+    hook.name = "event-url".into();
+    hook.timeout = DEFAULT_TIMEOUT;
+    Ok(hook)
+}
+
+fn run_notify(args: NotifyCommandArgs) -> ExitCode {
+    let policy = match args.policy.policy() {
+        Ok(p) => p,
+        Err(e) => return fail(2, e),
+    };
+    let settings = match NotifySettings::from_args(&args.notify, policy) {
+        Ok(s) => s,
+        Err(e) => return fail(2, e),
+    };
+    let hooks = match args
+        .event_urls
+        .iter()
+        .map(|u| parse_event_url(u))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(h) => h,
+        Err(e) => return fail(2, e),
+    };
+    if settings.is_empty() && hooks.is_empty() {
+        return fail(
+            2,
+            "nothing to notify: set --slack-url/--slack-token, --msteams-url or --event-webhook, or pass --event-url",
+        );
+    }
+    let event = CanaryEvent {
+        name: args.name,
+        namespace: args.namespace,
+        phase: args.phase,
+        checksum: args.checksum,
+        message: args.message,
+        event_type: args.event_type.unwrap_or(match args.severity {
+            Severity::Info => EventType::Normal,
+            _ => EventType::Warning,
+        }),
+        severity: args.severity,
+        timestamp_ms: now_ms(),
+        fields: AlertFields::default(),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(1, format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        crate::tls::install_crypto_provider();
+        let metrics = Metrics::new();
+        let sender = match Sender::new(&settings, metrics.clone()) {
+            Ok(s) => s,
+            Err(e) => return fail(2, e),
+        };
+        let dispatcher = Dispatcher::new(sender, settings.queue_capacity, metrics);
+        let mut deliveries = routing::chat_deliveries(&event, &settings);
+        deliveries.extend(routing::event_deliveries(&event, &hooks, &settings));
+        let mut pending = Vec::new();
+        let mut all_delivered = true;
+        for delivery in deliveries {
+            match dispatcher.submit(delivery) {
+                Ok(report) => pending.push(report),
+                Err(full) => {
+                    all_delivered = false;
+                    println!("{full}");
+                }
+            }
+        }
+        for report in pending {
+            match report.await {
+                Ok(report) => {
+                    all_delivered &= report.delivered();
+                    println!("{report}");
+                }
+                Err(_) => {
+                    all_delivered = false;
+                    println!("a delivery was lost: its worker stopped");
+                }
+            }
+        }
+        if all_delivered {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }
+    })
 }

@@ -44,19 +44,37 @@ impl fmt::Display for BlockReason {
 /// Why a destination may not be called.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
-    Blocked { host: String, reason: BlockReason },
-    NotListed { host: String, patterns: Vec<String> },
+    Blocked {
+        host: String,
+        /// The address the host resolved to, when refused at send time.
+        resolved: Option<IpAddr>,
+        reason: BlockReason,
+    },
+    NotListed {
+        host: String,
+        patterns: Vec<String>,
+    },
 }
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::Blocked { host, reason } => write!(
-                f,
-                "host \"{host}\" is {reason}, which event webhooks may not call; \
-                 use the receiver's service DNS name, or ask the operator's admin to exempt it \
-                 with --allow-host or --allow-cidr"
-            ),
+            Refusal::Blocked {
+                host,
+                resolved,
+                reason,
+            } => {
+                write!(f, "host \"{host}\" ")?;
+                if let Some(ip) = resolved {
+                    write!(f, "resolves to {ip}, which ")?;
+                }
+                write!(
+                    f,
+                    "is {reason}, which event webhooks may not call; \
+                     use the receiver's service DNS name, or ask the operator's admin to exempt it \
+                     with --allow-host or --allow-cidr"
+                )
+            }
             Refusal::NotListed { host, patterns } => write!(
                 f,
                 "host \"{host}\" is not in the allowed event hosts; use a host matching one of {} \
@@ -204,9 +222,11 @@ impl DestinationPolicy {
         };
         self.check_listed(&name)?;
         match reason {
-            Some(reason) if !self.allow_hosts.contains(&name) => {
-                Err(Refusal::Blocked { host: name, reason })
-            }
+            Some(reason) if !self.allow_hosts.contains(&name) => Err(Refusal::Blocked {
+                host: name,
+                resolved: None,
+                reason,
+            }),
             _ => Ok(()),
         }
     }
@@ -222,7 +242,8 @@ impl DestinationPolicy {
         }
         match self.blocked_ip(ip) {
             Some(reason) => Err(Refusal::Blocked {
-                host: format!("{name} ({})", ip.to_canonical()),
+                host: name,
+                resolved: Some(ip.to_canonical()),
                 reason,
             }),
             None => Ok(()),
@@ -354,10 +375,14 @@ mod tests {
         assert_eq!(
             err,
             Refusal::Blocked {
-                host: "rebind.example.com (127.0.0.1)".into(),
+                host: "rebind.example.com".into(),
+                resolved: Some(loopback),
                 reason: BlockReason::Loopback
             }
         );
+        assert!(err.to_string().starts_with(
+            "host \"rebind.example.com\" resolves to 127.0.0.1, which is a loopback address"
+        ));
         assert_eq!(p.check_resolved("hooks.local", loopback), Ok(()));
         assert_eq!(
             p.check_resolved("x.example.com", "93.184.216.34".parse().unwrap()),

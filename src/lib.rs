@@ -15,5 +15,6 @@ pub mod destination_policy;
 pub mod flagger_duration;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod serve;
 pub mod tls;

@@ -8,11 +8,19 @@ pub enum LogFormat {
     Text,
 }
 
+/// HTTP libraries log request targets at debug and trace; webhook URLs carry
+/// secrets, so these stay at info whatever level is asked for.
+const QUIET_DEPENDENCIES: &str =
+    "hyper=info,hyper_util=info,h2=info,reqwest=info,rustls=info,tower=info";
+
 /// Logs go to stderr so command output on stdout stays machine-readable.
 pub fn init(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let requested = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| level.to_string());
+    let filter = EnvFilter::try_new(format!("{requested},{QUIET_DEPENDENCIES}"))
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{QUIET_DEPENDENCIES}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
@@ -26,11 +27,27 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabels {
+    pub channel: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub channel: &'static str,
+    pub reason: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
     // 0.5 ms .. ~4 s: admission answers in microseconds; the tail is the API server's timeout.
     Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+}
+
+fn delivery_histogram() -> Histogram {
+    // 5 ms .. ~10 min: deliveries include retries and backoff.
+    Histogram::new(exponential_buckets(0.005, 2.0, 18))
 }
 
 /// Cheap to clone; all clones share the same series.
@@ -40,6 +57,13 @@ pub struct Metrics {
     reviews: Family<ReviewLabels, Counter>,
     review_duration: HistogramFamily<EndpointLabels>,
     tls_reloads: Family<ResultLabels, Counter>,
+    sent: Family<ChannelLabels, Counter>,
+    failed: Family<FailureLabels, Counter>,
+    retried: Family<ChannelLabels, Counter>,
+    refused: Family<ChannelLabels, Counter>,
+    queue_full: Family<ChannelLabels, Counter>,
+    queue_depth: Family<ChannelLabels, Gauge>,
+    delivery_latency: HistogramFamily<ChannelLabels>,
 }
 
 impl Default for Metrics {
@@ -70,11 +94,61 @@ impl Metrics {
             "Serving certificate loads from disk, by result (success or error)",
             tls_reloads.clone(),
         );
+        let sent = Family::<ChannelLabels, Counter>::default();
+        registry.register(
+            "notifications_sent",
+            "Notifications delivered, by channel",
+            sent.clone(),
+        );
+        let failed = Family::<FailureLabels, Counter>::default();
+        registry.register(
+            "notifications_failed",
+            "Notifications given up on, by channel and reason",
+            failed.clone(),
+        );
+        let retried = Family::<ChannelLabels, Counter>::default();
+        registry.register(
+            "notification_retries",
+            "Delivery attempts retried, by channel",
+            retried.clone(),
+        );
+        let refused = Family::<ChannelLabels, Counter>::default();
+        registry.register(
+            "notifications_refused",
+            "Notifications not sent because the destination is blocked, by channel",
+            refused.clone(),
+        );
+        let queue_full = Family::<ChannelLabels, Counter>::default();
+        registry.register(
+            "notification_queue_full",
+            "Notifications refused because their destination's queue was full, by channel",
+            queue_full.clone(),
+        );
+        let queue_depth = Family::<ChannelLabels, Gauge>::default();
+        registry.register(
+            "notification_queue_depth",
+            "Notifications waiting to be sent, by channel",
+            queue_depth.clone(),
+        );
+        let delivery_latency: HistogramFamily<ChannelLabels> =
+            Family::new_with_constructor(delivery_histogram);
+        registry.register(
+            "notification_delivery_duration_seconds",
+            "Time from queueing a notification to its final outcome, retries included",
+            delivery_latency.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             reviews,
             review_duration,
             tls_reloads,
+            sent,
+            failed,
+            retried,
+            refused,
+            queue_full,
+            queue_depth,
+            delivery_latency,
         }
     }
 
@@ -90,6 +164,42 @@ impl Metrics {
         self.tls_reloads
             .get_or_create(&ResultLabels { result })
             .inc();
+    }
+
+    pub fn notification_sent(&self, channel: &'static str) {
+        self.sent.get_or_create(&ChannelLabels { channel }).inc();
+    }
+
+    pub fn notification_failed(&self, channel: &'static str, reason: &'static str) {
+        self.failed
+            .get_or_create(&FailureLabels { channel, reason })
+            .inc();
+    }
+
+    pub fn notification_retried(&self, channel: &'static str) {
+        self.retried.get_or_create(&ChannelLabels { channel }).inc();
+    }
+
+    pub fn notification_refused(&self, channel: &'static str) {
+        self.refused.get_or_create(&ChannelLabels { channel }).inc();
+    }
+
+    pub fn queue_full(&self, channel: &'static str) {
+        self.queue_full
+            .get_or_create(&ChannelLabels { channel })
+            .inc();
+    }
+
+    pub fn queue_depth(&self, channel: &'static str, delta: i64) {
+        self.queue_depth
+            .get_or_create(&ChannelLabels { channel })
+            .inc_by(delta);
+    }
+
+    pub fn delivery_latency(&self, channel: &'static str, elapsed: Duration) {
+        self.delivery_latency
+            .get_or_create(&ChannelLabels { channel })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// The OpenMetrics text exposition.

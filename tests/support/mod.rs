@@ -2,6 +2,8 @@
 //! TLS clients and AdmissionReviews shaped like the API server's.
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use canary_notifier::certs::{CertRequest, GeneratedCerts};
 use canary_notifier::destination_policy::DestinationPolicy;
 use canary_notifier::serve::{BoundServer, ServeSettings};
