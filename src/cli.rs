@@ -12,6 +12,8 @@ use crate::notify::event_webhook::{DEFAULT_TIMEOUT, EventHook};
 use crate::notify::routing;
 use crate::notify::sender::Sender;
 use crate::notify::settings::{NotifyArgs, NotifySettings};
+use crate::reconcile::controller::{self, ControllerSettings, EventsFrom};
+use crate::reconcile::leader::{self, LeaderSettings};
 use crate::serve::{self, BoundServer, ServeSettings};
 use crate::tls::CertificateFiles;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -19,6 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use tokio::sync::watch;
 
 #[derive(Parser)]
 #[command(
@@ -51,13 +54,15 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Serve the admission webhooks over HTTPS and /healthz, /readyz, /metrics over HTTP.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run admission defaulting and validation on Canaries in files (YAML or JSON).
     Check(CheckArgs),
     /// Write a CA and a serving certificate for the admission Service.
     Certs(CertsArgs),
     /// Send one event through every configured channel and report each delivery.
     Notify(Box<NotifyCommandArgs>),
+    /// Print the Canary CRD (flagger.app/v1beta1) as YAML, for clusters without Flagger.
+    Crd,
 }
 
 /// Where event webhooks may point: shared by admission and (later) the sender.
@@ -155,6 +160,42 @@ pub struct ServeArgs {
     /// Serve admission only, without connecting to Kubernetes.
     #[arg(long, env = "CANARY_NOTIFIER_ADMISSION_ONLY")]
     pub admission_only: bool,
+    /// Watch canaries in this namespace only (all namespaces when unset).
+    #[arg(long, value_name = "NAMESPACE", env = "CANARY_NOTIFIER_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Where event webhooks get events from.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "kubernetes",
+        env = "CANARY_NOTIFIER_EVENTS_FROM"
+    )]
+    pub events_from: EventsFrom,
+    /// How long an undeliverable notification is retried before a NotificationFailed Event gives it up.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, env = "CANARY_NOTIFIER_MAX_NOTIFICATION_AGE")]
+    pub max_notification_age: Duration,
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        default_value = "canary-notifier-leader",
+        env = "CANARY_NOTIFIER_LEASE_NAME"
+    )]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: the pod's namespace).
+    #[arg(long, value_name = "NAMESPACE", env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// This replica's identity in the Lease (default: the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// How long the Lease is valid after a renewal (whole seconds).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, env = "CANARY_NOTIFIER_LEASE_DURATION")]
+    pub lease_duration: Duration,
+    /// How long before expiry the holder renews; also the margin by which a holder
+    /// that cannot renew stops dispatching early (whole seconds).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, env = "CANARY_NOTIFIER_LEASE_GRACE")]
+    pub lease_grace: Duration,
+    #[command(flatten)]
+    pub notify: NotifyArgs,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
@@ -236,16 +277,49 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format, &cli.log_level);
     match cli.command {
-        Command::Serve(args) => run_serve(args),
+        Command::Serve(args) => run_serve(*args),
         Command::Check(args) => run_check(args),
         Command::Certs(args) => run_certs(args),
         Command::Notify(args) => run_notify(*args),
+        Command::Crd => match crate::canary_crd::crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(1, format!("cannot render the CRD: {e}")),
+        },
     }
 }
 
 fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(code)
+}
+
+/// The namespace this pod runs in, for the Lease.
+fn own_namespace() -> String {
+    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .map(|ns| ns.trim().to_string())
+        .ok()
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| "default".to_string())
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "canary-notifier".into());
+    format!("{host}-{}", std::process::id())
+}
+
+fn whole_seconds(flag: &str, d: Duration, min: u64) -> Result<u64, String> {
+    if d.subsec_nanos() != 0 || d.as_secs() < min {
+        return Err(format!(
+            "invalid {flag} {}: use whole seconds, at least {min}s",
+            humantime::format_duration(d)
+        ));
+    }
+    Ok(d.as_secs())
 }
 
 fn run_serve(args: ServeArgs) -> ExitCode {
@@ -267,11 +341,45 @@ fn run_serve(args: ServeArgs) -> ExitCode {
             );
         }
     }
-    if !args.admission_only {
-        tracing::info!(
-            "the notification controller is not part of this build yet; serving admission only"
-        );
-    }
+    let notify = match NotifySettings::from_args(&args.notify, policy.clone()) {
+        Ok(n) => n,
+        Err(e) => return fail(2, e),
+    };
+    let (duration, grace) = match (
+        whole_seconds("--lease-duration", args.lease_duration, 2),
+        whole_seconds("--lease-grace", args.lease_grace, 1),
+    ) {
+        (Ok(d), Ok(g)) if g < d => (d, g),
+        (Ok(_), Ok(_)) => {
+            return fail(
+                2,
+                "invalid --lease-grace: must be shorter than --lease-duration",
+            );
+        }
+        (Err(e), _) | (_, Err(e)) => return fail(2, e),
+    };
+    let leader_settings = LeaderSettings {
+        lease_name: args.lease_name.clone(),
+        namespace: args
+            .lease_namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(own_namespace),
+        identity: args
+            .identity
+            .clone()
+            .filter(|i| !i.is_empty())
+            .unwrap_or_else(default_identity),
+        duration,
+        grace,
+    };
+    let controller_settings = ControllerSettings {
+        namespace: args.namespace.clone().filter(|n| !n.is_empty()),
+        events_from: args.events_from,
+        max_age: args.max_notification_age,
+        requeue_backoff: args.notify.retry_backoff,
+        instance: leader_settings.identity.clone(),
+    };
     let settings = ServeSettings {
         listen_addr: args.listen_addr,
         metrics_addr: args.metrics_addr,
@@ -289,9 +397,71 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(1, format!("cannot start the async runtime: {e}")),
     };
+    let admission_only = args.admission_only;
     let result = runtime.block_on(async move {
+        crate::tls::install_crypto_provider();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_tx = std::sync::Arc::new(stop_tx);
+        let signal_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            serve::shutdown_signal().await;
+            let _ = signal_tx.send(true);
+        });
         let server = BoundServer::bind(settings).await?;
-        server.run(serve::shutdown_signal()).await
+        let mut admission_stop = stop_rx.clone();
+        let admission_stopped = async move {
+            let _ = admission_stop.wait_for(|stop| *stop).await;
+        };
+        if admission_only {
+            return server.run(admission_stopped).await;
+        }
+        let client = kube::Client::try_default().await.map_err(|e| {
+            anyhow::anyhow!("cannot connect to Kubernetes (in-cluster config or KUBECONFIG): {e}")
+        })?;
+        controller::check_crd(&client, controller_settings.namespace.as_deref()).await?;
+        let metrics = server.metrics();
+        let sender = std::sync::Arc::new(Sender::new(&notify, metrics.clone())?);
+        let term = {
+            let (client, metrics) = (client.clone(), metrics.clone());
+            move || {
+                let dispatcher =
+                    Dispatcher::new(sender.clone(), notify.queue_capacity, metrics.clone());
+                controller::run(
+                    client.clone(),
+                    controller_settings.clone(),
+                    notify.clone(),
+                    dispatcher,
+                    metrics.clone(),
+                )
+            }
+        };
+        let leading = tokio::spawn(leader::lead(
+            client,
+            leader_settings,
+            metrics,
+            stop_rx.clone(),
+            term,
+        ));
+        let served = server.run(admission_stopped);
+        tokio::pin!(served);
+        let mut leading = leading;
+        tokio::select! {
+            result = &mut served => {
+                let _ = stop_tx.send(true);
+                let _ = tokio::time::timeout(Duration::from_secs(10), leading).await;
+                result
+            }
+            led = &mut leading => {
+                // Leader election failed: stop serving too, so Kubernetes restarts us.
+                let _ = stop_tx.send(true);
+                let served = served.await;
+                match led {
+                    Ok(Ok(())) => served,
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(anyhow::anyhow!("leader election task failed: {e}")),
+                }
+            }
+        }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod canary;
+pub mod canary_crd;
 pub mod certs;
 pub mod check;
 pub mod cli;
@@ -16,5 +17,6 @@ pub mod flagger_duration;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod reconcile;
 pub mod serve;
 pub mod tls;

@@ -27,6 +27,23 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// Flagger's labels: `name` is the target's name, as Flagger reports it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CanaryLabels {
+    pub name: String,
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ChannelLabels {
     pub channel: &'static str,
@@ -64,6 +81,12 @@ pub struct Metrics {
     queue_full: Family<ChannelLabels, Counter>,
     queue_depth: Family<ChannelLabels, Gauge>,
     delivery_latency: HistogramFamily<ChannelLabels>,
+    gave_up: Family<ChannelLabels, Counter>,
+    reconciles: Counter,
+    reconcile_errors: Family<ReasonLabels, Counter>,
+    leader: Gauge,
+    canary_status: Family<CanaryLabels, Gauge>,
+    canary_total: Family<NamespaceLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -74,7 +97,21 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("canary_notifier");
+        let mut root = Registry::default();
+        // Flagger's own names, unprefixed, so existing alerts keep working.
+        let canary_status = Family::<CanaryLabels, Gauge>::default();
+        root.register(
+            "flagger_canary_status",
+            "Last canary analysis result: 0 Progressing, 2 Failed, 1 any other phase",
+            canary_status.clone(),
+        );
+        let canary_total = Family::<NamespaceLabels, Gauge>::default();
+        root.register(
+            "flagger_canary_total",
+            "Number of canaries per namespace",
+            canary_total.clone(),
+        );
+        let registry = root.sub_registry_with_prefix("canary_notifier");
         let reviews = Family::<ReviewLabels, Counter>::default();
         registry.register(
             "admission_reviews",
@@ -137,8 +174,34 @@ impl Metrics {
             "Time from queueing a notification to its final outcome, retries included",
             delivery_latency.clone(),
         );
+        let gave_up = Family::<ChannelLabels, Counter>::default();
+        registry.register(
+            "notifications_given_up",
+            "Notifications abandoned after --max-notification-age of failures, by channel",
+            gave_up.clone(),
+        );
+        let reconciles = Counter::default();
+        registry.register("reconciles", "Canary reconciliations", reconciles.clone());
+        let reconcile_errors = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Canary reconciliations that failed, by reason",
+            reconcile_errors.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease and dispatches",
+            leader.clone(),
+        );
         Metrics {
-            registry: Arc::new(registry),
+            registry: Arc::new(root),
+            gave_up,
+            reconciles,
+            reconcile_errors,
+            leader,
+            canary_status,
+            canary_total,
             reviews,
             review_duration,
             tls_reloads,
@@ -202,10 +265,81 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    pub fn notification_given_up(&self, channel: &'static str) {
+        self.gave_up.get_or_create(&ChannelLabels { channel }).inc();
+    }
+
+    pub fn reconciled(&self) {
+        self.reconciles.inc();
+    }
+
+    pub fn reconcile_error(&self, reason: &'static str) {
+        self.reconcile_errors
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// Replaces every `flagger_canary_*` series with `statuses` (name, namespace, value):
+    /// series of deleted canaries and emptied namespaces disappear.
+    pub fn set_canaries(&self, statuses: &[(String, String, i64)]) {
+        self.canary_status.clear();
+        self.canary_total.clear();
+        let mut totals: std::collections::BTreeMap<&str, i64> = Default::default();
+        for (name, namespace, value) in statuses {
+            self.canary_status
+                .get_or_create(&CanaryLabels {
+                    name: name.clone(),
+                    namespace: namespace.clone(),
+                })
+                .set(*value);
+            *totals.entry(namespace).or_default() += 1;
+        }
+        for (namespace, total) in totals {
+            self.canary_total
+                .get_or_create(&NamespaceLabels {
+                    namespace: namespace.to_string(),
+                })
+                .set(total);
+        }
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flagger_series_follow_the_canaries() {
+        let m = Metrics::new();
+        m.set_canaries(&[
+            ("podinfo".into(), "test".into(), 2),
+            ("web".into(), "test".into(), 0),
+        ]);
+        let text = m.encode().unwrap();
+        assert!(
+            text.contains(r#"flagger_canary_status{name="podinfo",namespace="test"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"flagger_canary_total{namespace="test"} 2"#),
+            "{text}"
+        );
+        m.set_canaries(&[]);
+        let text = m.encode().unwrap();
+        assert!(
+            !text.contains("flagger_canary_status{") && !text.contains("flagger_canary_total{"),
+            "{text}"
+        );
     }
 }

@@ -88,6 +88,11 @@ impl BoundServer {
         self.ops.local_addr()
     }
 
+    /// The registry `/metrics` serves, for other parts of the process to record into.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
     /// Serves until `shutdown` resolves, then drains: readiness turns 503, requests
     /// in flight finish (up to the drain timeout), idle keep-alive connections close.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {

@@ -265,3 +265,22 @@ fn certs_writes_a_usable_set() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--days must be at least 1"));
 }
+
+#[test]
+fn committed_crd_copies_match_the_code() {
+    let out = run(&["crd"], &[], None);
+    assert_eq!(out.status.code(), Some(0));
+    let generated = text(&out.stdout);
+    assert!(generated.contains("name: canaries.flagger.app"));
+    for path in [
+        "manifests/components/crd/crd.yaml",
+        "manifests/helm/canary-notifier/files/crd.yaml",
+    ] {
+        let committed = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
+            .unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{path} is out of date: run `cargo run -q -- crd > {path}`"
+        );
+    }
+}

@@ -28,21 +28,39 @@ struct Job {
 
 type QueueKey = (Channel, String, bool, bool);
 
+/// The queues and their workers. Dropping the last handle aborts every worker, so a
+/// replica that stops dispatching (lost leadership, shutdown) sends nothing more,
+/// not even what was queued.
+#[derive(Default)]
+struct Queues(Mutex<HashMap<QueueKey, (mpsc::Sender<Job>, tokio::task::AbortHandle)>>);
+
+impl Drop for Queues {
+    fn drop(&mut self) {
+        let queues = match self.0.get_mut() {
+            Ok(q) => q,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for (_, (_, worker)) in queues.drain() {
+            worker.abort();
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Dispatcher {
     sender: Arc<Sender>,
     capacity: usize,
-    queues: Arc<Mutex<HashMap<QueueKey, mpsc::Sender<Job>>>>,
+    queues: Arc<Queues>,
     metrics: Metrics,
 }
 
 impl Dispatcher {
     /// Must be called within a Tokio runtime: workers are spawned on first use.
-    pub fn new(sender: Sender, capacity: usize, metrics: Metrics) -> Self {
+    pub fn new(sender: impl Into<Arc<Sender>>, capacity: usize, metrics: Metrics) -> Self {
         Dispatcher {
-            sender: Arc::new(sender),
+            sender: sender.into(),
             capacity: capacity.max(1),
-            queues: Arc::new(Mutex::new(HashMap::new())),
+            queues: Arc::new(Queues::default()),
             metrics,
         }
     }
@@ -64,7 +82,7 @@ impl Dispatcher {
             enqueued: Instant::now(),
             done,
         };
-        let mut queues = match self.queues.lock() {
+        let mut queues = match self.queues.0.lock() {
             Ok(q) => q,
             Err(poisoned) => poisoned.into_inner(),
         };
@@ -73,7 +91,7 @@ impl Dispatcher {
             let queue = queues
                 .entry(key.clone())
                 .or_insert_with(|| self.spawn_worker());
-            match queue.try_send(job) {
+            match queue.0.try_send(job) {
                 Ok(()) => {
                     self.metrics.queue_depth(channel, 1);
                     return Ok(report);
@@ -89,11 +107,11 @@ impl Dispatcher {
         Err(full)
     }
 
-    fn spawn_worker(&self) -> mpsc::Sender<Job> {
+    fn spawn_worker(&self) -> (mpsc::Sender<Job>, tokio::task::AbortHandle) {
         let (tx, mut rx) = mpsc::channel::<Job>(self.capacity);
         let sender = self.sender.clone();
         let metrics = self.metrics.clone();
-        tokio::spawn(async move {
+        let worker = tokio::spawn(async move {
             while let Some(job) = rx.recv().await {
                 let channel = job.delivery.destination.channel.as_str();
                 metrics.queue_depth(channel, -1);
@@ -102,6 +120,6 @@ impl Dispatcher {
                 let _ = job.done.send(report);
             }
         });
-        tx
+        (tx, worker.abort_handle())
     }
 }

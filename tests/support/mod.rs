@@ -2,6 +2,8 @@
 //! TLS clients and AdmissionReviews shaped like the API server's.
 #![allow(dead_code)]
 
+pub mod fake_api;
+pub mod operator;
 pub mod receiver;
 
 use canary_notifier::certs::{CertRequest, GeneratedCerts};
