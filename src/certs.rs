@@ -120,6 +120,65 @@ impl CertRequest {
     }
 }
 
+fn offset(t: std::time::SystemTime) -> OffsetDateTime {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn ca_params(common_name: &str) -> Result<CertificateParams, CertsError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(params)
+}
+
+/// A CA named `common_name` valid from `not_before` to `not_after`: (cert PEM, key PEM).
+pub fn new_ca(
+    common_name: &str,
+    not_before: std::time::SystemTime,
+    not_after: std::time::SystemTime,
+) -> Result<(String, String), CertsError> {
+    let key = KeyPair::generate()?;
+    let mut params = ca_params(common_name)?;
+    params.not_before = offset(not_before);
+    params.not_after = offset(not_after);
+    Ok((params.self_signed(&key)?.pem(), key.serialize_pem()))
+}
+
+/// A serving certificate for `dns_names`, signed by the CA `ca_common_name` whose
+/// key is `ca_key_pem` (the issuer is rebuilt from its name and key).
+pub fn new_leaf(
+    dns_names: Vec<String>,
+    ca_common_name: &str,
+    ca_key_pem: &str,
+    not_before: std::time::SystemTime,
+    not_after: std::time::SystemTime,
+) -> Result<(String, String), CertsError> {
+    let issuer = Issuer::new(ca_params(ca_common_name)?, KeyPair::from_pem(ca_key_pem)?);
+    let common_name = dns_names.first().cloned().unwrap_or_default();
+    let mut params = CertificateParams::new(dns_names)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = offset(not_before);
+    params.not_after = offset(not_after);
+    let key = KeyPair::generate()?;
+    Ok((params.signed_by(&key, &issuer)?.pem(), key.serialize_pem()))
+}
+
 impl GeneratedCerts {
     /// Writes `ca.crt`, `tls.crt` and `tls.key` (mode 0600) into `dir`.
     pub fn write(&self, dir: &Path) -> Result<(), CertsError> {

@@ -194,10 +194,57 @@ pub struct ServeArgs {
     /// that cannot renew stops dispatching early (whole seconds).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, env = "CANARY_NOTIFIER_LEASE_GRACE")]
     pub lease_grace: Duration,
+    /// Where the serving certificate comes from: files (cert-manager, static certs,
+    /// local use), or self-managed (the leader keeps a CA and certificate in a Secret,
+    /// mounted at --tls-cert-file/--tls-key-file, and injects the CA into the webhook
+    /// configurations).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "files",
+        env = "CANARY_NOTIFIER_CERT_MODE"
+    )]
+    pub cert_mode: CertMode,
+    /// Self-managed mode: the Secret holding ca.crt, tls.crt and tls.key.
+    #[arg(
+        long,
+        default_value = "canary-notifier-tls",
+        env = "CANARY_NOTIFIER_CERT_SECRET"
+    )]
+    pub cert_secret: String,
+    /// Self-managed mode: the admission Service's name (the certificate's DNS names).
+    #[arg(
+        long,
+        default_value = "canary-notifier",
+        env = "CANARY_NOTIFIER_SERVICE_NAME"
+    )]
+    pub service_name: String,
+    /// Self-managed mode: the Mutating- and ValidatingWebhookConfiguration to inject the CA into.
+    #[arg(
+        long,
+        default_value = "canary-notifier",
+        env = "CANARY_NOTIFIER_WEBHOOK_CONFIG_NAME"
+    )]
+    pub webhook_config_name: String,
+    /// Self-managed mode: CA validity; a new CA is made in its last third.
+    #[arg(long, default_value = "365d", value_parser = humantime::parse_duration, env = "CANARY_NOTIFIER_CA_VALIDITY")]
+    pub ca_validity: Duration,
+    /// Self-managed mode: serving certificate validity; renewed in its last third.
+    #[arg(long, default_value = "90d", value_parser = humantime::parse_duration, env = "CANARY_NOTIFIER_CERT_VALIDITY")]
+    pub cert_validity: Duration,
+    /// Self-managed mode: how often the leader checks the certificates.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, env = "CANARY_NOTIFIER_CERT_CHECK_INTERVAL")]
+    pub cert_check_interval: Duration,
     #[command(flatten)]
     pub notify: NotifyArgs,
     #[command(flatten)]
     pub policy: PolicyArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CertMode {
+    Files,
+    SelfManaged,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -373,6 +420,36 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         duration,
         grace,
     };
+    let cert_settings = match args.cert_mode {
+        CertMode::Files => None,
+        CertMode::SelfManaged if args.admission_only => {
+            return fail(
+                2,
+                "--cert-mode self-managed needs Kubernetes; it cannot be used with --admission-only",
+            );
+        }
+        CertMode::SelfManaged => {
+            if args.cert_validity.is_zero()
+                || args.ca_validity < args.cert_validity
+                || args.cert_check_interval.is_zero()
+            {
+                return fail(
+                    2,
+                    "invalid certificate timings: --cert-validity and --cert-check-interval must be positive, \
+                     and --ca-validity at least --cert-validity",
+                );
+            }
+            Some(crate::self_managed_certs::CertSettings {
+                namespace: leader_settings.namespace.clone(),
+                secret_name: args.cert_secret.clone(),
+                service_name: args.service_name.clone(),
+                webhook_config_name: args.webhook_config_name.clone(),
+                ca_validity: args.ca_validity,
+                cert_validity: args.cert_validity,
+                check_interval: args.cert_check_interval,
+            })
+        }
+    };
     let controller_settings = ControllerSettings {
         namespace: args.namespace.clone().filter(|n| !n.is_empty()),
         events_from: args.events_from,
@@ -426,13 +503,25 @@ fn run_serve(args: ServeArgs) -> ExitCode {
             move || {
                 let dispatcher =
                     Dispatcher::new(sender.clone(), notify.queue_capacity, metrics.clone());
-                controller::run(
+                let controller = controller::run(
                     client.clone(),
                     controller_settings.clone(),
                     notify.clone(),
                     dispatcher,
                     metrics.clone(),
-                )
+                );
+                // The leader also keeps self-managed certificates fresh.
+                let certificates = cert_settings
+                    .clone()
+                    .map(|s| crate::self_managed_certs::run(client.clone(), s));
+                async move {
+                    match certificates {
+                        Some(certificates) => {
+                            tokio::join!(controller, certificates);
+                        }
+                        None => controller.await,
+                    }
+                }
             }
         };
         let leading = tokio::spawn(leader::lead(

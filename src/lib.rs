@@ -18,5 +18,6 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod reconcile;
+pub mod self_managed_certs;
 pub mod serve;
 pub mod tls;
