@@ -105,6 +105,10 @@ pub struct Context {
     progress: Mutex<HashMap<String, Progress>>,
     failures: Mutex<HashMap<String, u32>>,
     warned: Mutex<HashSet<(String, i64)>>,
+    /// What this term last recorded per canary uid. Only the leader writes the
+    /// record, so within a term this is authoritative, while the watch cache may
+    /// still show the object from before our own write.
+    written: Mutex<HashMap<String, NotifiedState>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -337,10 +341,14 @@ async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Acti
     let value = serde_json::to_value(object.as_ref()).map_err(|e| Error::Object(e.to_string()))?;
     let view = CanaryView::from_object(&value);
     let clock = SystemTime::now();
-    let stored = NotifiedState::read(&value).unwrap_or_else(|e| {
-        tracing::warn!(canary = %format!("{}/{}", view.namespace, view.name), error = %e, "unreadable notification state; starting over");
-        None
-    });
+    let written = lock(&ctx.written).get(&view.uid).cloned();
+    let stored = match written {
+        Some(state) => Some(state),
+        None => NotifiedState::read(&value).unwrap_or_else(|e| {
+            tracing::warn!(canary = %format!("{}/{}", view.namespace, view.name), error = %e, "unreadable notification state; starting over");
+            None
+        }),
+    };
     let occurrences = ctx.occurrences(&view);
     let mut state = match &stored {
         Some(s) => s.clone(),
@@ -496,6 +504,7 @@ pub async fn run(
         progress: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
         warned: Mutex::new(HashSet::new()),
+        written: Mutex::new(HashMap::new()),
     });
     let mapper_resource = resource.clone();
     let controller = Controller::new_with(canaries, watcher::Config::default(), resource)

@@ -3,8 +3,9 @@
 //!
 //! kube-lease-manager keeps reporting leadership while it cannot reach the API
 //! server, so a guard here re-reads the Lease and stops dispatching once the last
-//! confirmed renewal is `duration - grace` old: before any other replica may take
-//! the Lease over (it must wait the full `duration`).
+//! confirmed renewal is `duration - grace/2` old. The holder renews at
+//! `duration - grace`, so a healthy holder never trips it, and it trips before any
+//! other replica may take the Lease over (which needs the full `duration`).
 
 use crate::metrics::Metrics;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -33,7 +34,7 @@ fn valid_until(lease: &Lease, identity: &str, duration: u64, grace: u64) -> Opti
     }
     let renewed = serde_json::to_value(spec.renew_time.as_ref()?).ok()?;
     let renewed = humantime::parse_rfc3339_weak(renewed.as_str()?).ok()?;
-    Some(renewed + Duration::from_secs(duration.saturating_sub(grace)))
+    Some(renewed + Duration::from_secs(duration) - Duration::from_secs(grace) / 2)
 }
 
 async fn confirmed_until(api: &Api<Lease>, settings: &LeaderSettings) -> Option<SystemTime> {
@@ -76,7 +77,7 @@ async fn guard(api: Api<Lease>, settings: LeaderSettings, mut until: SystemTime)
         }
         tokio::select! {
             _ = tokio::time::sleep_until(instant_of(until)) => break,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
     tracing::warn!(

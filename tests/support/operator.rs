@@ -38,7 +38,7 @@ impl Operator {
             .arg("--tls-key-file")
             .arg(cert_dir.join("tls.key"))
             .args(["--identity", identity, "--lease-namespace", "default"])
-            .args(["--lease-duration", "3s", "--lease-grace", "1s"])
+            .args(["--lease-duration", "4s", "--lease-grace", "2s"])
             .args([
                 "--retries",
                 "1",
