@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use support::fake_api::{FakeApi, Resource};
 use support::operator::{Operator, cert_dir};
 use support::receiver::{Receiver, Reply};
+use support::{FakeCluster, fake_cluster, wait_for};
 
 struct World {
     api: FakeApi,
@@ -17,32 +18,26 @@ struct World {
     certs: PathBuf,
     slack: Receiver,
     hooks: Receiver,
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    _keep: (FakeCluster, tempfile::TempDir),
 }
 
 impl World {
     async fn new() -> World {
-        canary_notifier::tls::install_crypto_provider();
-        let api = FakeApi::start().await;
-        for r in [
+        let cluster = fake_cluster(vec![
             Resource::canaries(),
             Resource::events(),
             Resource::events_v1(),
             Resource::leases(),
-        ] {
-            api.register(r);
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
-        api.write_kubeconfig(&kubeconfig);
+        ])
+        .await;
         let (cert_tmp, certs) = cert_dir();
         World {
-            api,
-            kubeconfig,
+            api: cluster.api.clone(),
+            kubeconfig: cluster.kubeconfig.clone(),
             certs,
             slack: Receiver::start().await,
             hooks: Receiver::start().await,
-            _dirs: (dir, cert_tmp),
+            _keep: (cluster, cert_tmp),
         }
     }
 
@@ -147,17 +142,6 @@ impl World {
             }),
         );
     }
-}
-
-async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 /// Gives the operator time to (wrongly) send more; counts must not change.
@@ -527,12 +511,8 @@ async fn transitions_mode_sends_transitions_to_event_webhooks_and_bad_urls_are_n
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_crd_is_a_clear_start_up_error() {
-    canary_notifier::tls::install_crypto_provider();
-    let api = FakeApi::start().await;
-    api.register(Resource::leases());
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig);
+    let cluster = fake_cluster(vec![Resource::leases()]).await;
+    let kubeconfig = cluster.kubeconfig.clone();
     let (_tmp, certs) = cert_dir();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_canary-notifier"));
     cmd.args([

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::fake_api::{FakeApi, Resource};
 use support::operator::Operator;
+use support::{FakeCluster, fake_cluster, wait_for};
 
 fn webhook_config(kind: &str, path: &str) -> Value {
     json!({
@@ -32,14 +33,12 @@ struct Cluster {
     api: FakeApi,
     kubeconfig: std::path::PathBuf,
     mounted: tempfile::TempDir,
-    _dir: tempfile::TempDir,
+    _cluster: FakeCluster,
 }
 
 impl Cluster {
     async fn new() -> Cluster {
-        canary_notifier::tls::install_crypto_provider();
-        let api = FakeApi::start().await;
-        for r in [
+        let cluster = fake_cluster(vec![
             Resource::canaries(),
             Resource::events(),
             Resource::events_v1(),
@@ -47,9 +46,9 @@ impl Cluster {
             Resource::secrets(),
             Resource::mutating_webhooks(),
             Resource::validating_webhooks(),
-        ] {
-            api.register(r);
-        }
+        ])
+        .await;
+        let api = cluster.api.clone();
         api.upsert(
             &Resource::mutating_webhooks(),
             webhook_config("MutatingWebhookConfiguration", "/mutate"),
@@ -58,14 +57,11 @@ impl Cluster {
             &Resource::validating_webhooks(),
             webhook_config("ValidatingWebhookConfiguration", "/validate"),
         );
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
-        api.write_kubeconfig(&kubeconfig);
         Cluster {
             api,
-            kubeconfig,
+            kubeconfig: cluster.kubeconfig.clone(),
             mounted: tempfile::tempdir().unwrap(),
-            _dir: dir,
+            _cluster: cluster,
         }
     }
 
@@ -123,17 +119,6 @@ fn write_atomically(path: &Path, bytes: &[u8]) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).unwrap();
     std::fs::rename(tmp, path).unwrap();
-}
-
-async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 /// Connects trusting only `bundle`, as the API server does; returns the leaf served.

@@ -230,3 +230,39 @@ pub fn review(
         }
     })
 }
+
+/// Polls `check` until it holds, for up to 30 s (generous: tests assert outcomes,
+/// not speed).
+pub async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// A loopback fake API server serving `resources`, and a kubeconfig for it.
+pub struct FakeCluster {
+    pub api: fake_api::FakeApi,
+    pub kubeconfig: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn fake_cluster(resources: Vec<fake_api::Resource>) -> FakeCluster {
+    canary_notifier::tls::install_crypto_provider();
+    let api = fake_api::FakeApi::start().await;
+    for r in resources {
+        api.register(r);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    FakeCluster {
+        api,
+        kubeconfig,
+        _dir: dir,
+    }
+}
