@@ -10,7 +10,7 @@
 use crate::certs::{self, CertsError};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
@@ -269,54 +269,63 @@ pub enum CertError {
     Kube(#[from] kube::Error),
 }
 
-/// Sets `caBundle` on every webhook of both configurations; retries on conflict.
-async fn inject(client: &Client, settings: &CertSettings, bundle: &str) -> Result<(), kube::Error> {
-    let encoded = ByteString(bundle.as_bytes().to_vec());
+/// Sets `caBundle` on every webhook of the configuration `name` of kind `K`;
+/// retries on conflict (someone else wrote it in between).
+async fn inject_into<K>(
+    client: &Client,
+    name: &str,
+    bundle: &ByteString,
+    client_configs: for<'a> fn(&'a mut K) -> Vec<&'a mut WebhookClientConfig>,
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource<Scope = kube::core::ClusterResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::all(client.clone());
     for _ in 0..5 {
-        let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-        let mut cfg = api.get(&settings.webhook_config_name).await?;
+        let mut config = api.get(name).await?;
         let mut changed = false;
-        for w in cfg.webhooks.iter_mut().flatten() {
-            if w.client_config.ca_bundle.as_ref() != Some(&encoded) {
-                w.client_config.ca_bundle = Some(encoded.clone());
+        for c in client_configs(&mut config) {
+            if c.ca_bundle.as_ref() != Some(bundle) {
+                c.ca_bundle = Some(bundle.clone());
                 changed = true;
             }
         }
-        let mutating = if changed {
-            api.replace(&settings.webhook_config_name, &PostParams::default(), &cfg)
-                .await
-                .map(|_| ())
-        } else {
-            Ok(())
-        };
-        let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-        let validating = match mutating {
-            Err(e) => Err(e),
-            Ok(()) => {
-                let mut cfg = api.get(&settings.webhook_config_name).await?;
-                let mut changed = false;
-                for w in cfg.webhooks.iter_mut().flatten() {
-                    if w.client_config.ca_bundle.as_ref() != Some(&encoded) {
-                        w.client_config.ca_bundle = Some(encoded.clone());
-                        changed = true;
-                    }
-                }
-                if changed {
-                    api.replace(&settings.webhook_config_name, &PostParams::default(), &cfg)
-                        .await
-                        .map(|_| ())
-                } else {
-                    Ok(())
-                }
-            }
-        };
-        match validating {
-            Ok(()) => return Ok(()),
+        if !changed {
+            return Ok(());
+        }
+        match api.replace(name, &PostParams::default(), &config).await {
+            Ok(_) => return Ok(()),
             Err(kube::Error::Api(s)) if s.code == 409 => continue,
             Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// Sets `caBundle` in both webhook configurations.
+async fn inject(client: &Client, settings: &CertSettings, bundle: &str) -> Result<(), kube::Error> {
+    let bundle = ByteString(bundle.as_bytes().to_vec());
+    let name = &settings.webhook_config_name;
+    inject_into::<MutatingWebhookConfiguration>(client, name, &bundle, |c| {
+        c.webhooks
+            .iter_mut()
+            .flatten()
+            .map(|w| &mut w.client_config)
+            .collect()
+    })
+    .await?;
+    inject_into::<ValidatingWebhookConfiguration>(client, name, &bundle, |c| {
+        c.webhooks
+            .iter_mut()
+            .flatten()
+            .map(|w| &mut w.client_config)
+            .collect()
+    })
+    .await
 }
 
 /// Brings the Secret and both `caBundle`s up to date.

@@ -261,6 +261,11 @@ impl Context {
         self.events
             .state()
             .iter()
+            // Cheap typed filter first: the store holds every canary's Events.
+            .filter(|e| {
+                e.involved_object.name.as_deref() == Some(view.name.as_str())
+                    && e.involved_object.namespace.as_deref() == Some(view.namespace.as_str())
+            })
             .filter_map(|e| serde_json::to_value(e.as_ref()).ok())
             .filter_map(|e| flagger_events::occurrence(&e))
             .filter(|o| {
